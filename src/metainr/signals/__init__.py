@@ -1,0 +1,1 @@
+"""Signals as (coordinate, value) pairs: converters, loaders and datasets per modality."""
