@@ -12,6 +12,8 @@ from metainr.meta.learner import MetaLearner, Params, per_signal_mse
 # A gradient transform at test time, e.g. GradNCP's rescaling: (learner, params, coords, values,
 # grads_on_context, step) -> grads to apply.
 GradHook = Callable[[MetaLearner, Params, torch.Tensor, torch.Tensor, Params, int], Params]
+# Called at every recorded step with (step, params, coords, values) of the current chunk of signals.
+RecordHook = Callable[[int, Params, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass
@@ -41,8 +43,8 @@ def evaluate_psnr(learner: MetaLearner, params: Params, coords: torch.Tensor, va
 
 def fit(learner: MetaLearner, coords: torch.Tensor, values: torch.Tensor, steps: int,
         optimizer: str = "sgd", lr: float | None = None, record_steps: list[int] | None = None,
-        use_context: bool = False, grad_hook: GradHook | None = None, batch_size: int | None = None
-        ) -> FitResult:
+        use_context: bool = False, grad_hook: GradHook | None = None, batch_size: int | None = None,
+        on_record: RecordHook | None = None) -> FitResult:
     """Fit each signal (values (B, N, C)) from the learner's init for ``steps`` steps.
 
     ``sgd`` uses the learner's inner learning rates (Meta-SGD rates if learned) unless ``lr`` is
@@ -59,14 +61,14 @@ def fit(learner: MetaLearner, coords: torch.Tensor, values: torch.Tensor, steps:
     for i in range(0, batch, size):
         v = values[i:i + size]
         c = coords[i:i + size] if coords.dim() == values.dim() else coords
-        p, s = _fit_chunk(learner, c, v, steps, optimizer, lr, record, use_context, grad_hook)
+        p, s = _fit_chunk(learner, c, v, steps, optimizer, lr, record, use_context, grad_hook, on_record)
         parts.append(p)
         psnrs.append(s)
     params = {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
     return FitResult(params=params, psnr=torch.cat(psnrs, dim=1), record_steps=record)
 
 
-def _fit_chunk(learner, coords, values, steps, optimizer, lr, record, use_context, grad_hook):
+def _fit_chunk(learner, coords, values, steps, optimizer, lr, record, use_context, grad_hook, on_record):
     states = learner.begin(values.shape[0], training=False)
     params = {n: p.detach().clone() for n, p in learner.start_params(values.shape[0]).items()}
     history = []
@@ -78,6 +80,8 @@ def _fit_chunk(learner, coords, values, steps, optimizer, lr, record, use_contex
     for step in range(steps + 1):
         if step in record:
             history.append(evaluate_psnr(learner, params, coords, values))
+            if on_record is not None:
+                on_record(step, params, coords, values)
         if step == steps:
             break
         ctx_c, ctx_v = (learner.select_context(params, coords, values, step, training=False)

@@ -1,0 +1,3 @@
+from metainr.cli.main import main
+
+main()

@@ -1,0 +1,28 @@
+"""Shared CLI helpers (no heavy imports here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def parse_steps(text: str) -> list[int]:
+    try:
+        steps = sorted({int(s) for s in text.replace(" ", "").split(",") if s})
+    except ValueError:
+        raise SystemExit(f"error: --steps expects integers like 2,100, got {text!r}") from None
+    if not steps or steps[0] < 0:
+        raise SystemExit(f"error: --steps expects non-negative integers, got {text!r}")
+    return steps
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    from metainr.runs.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def info(msg: str) -> None:
+    print(msg, file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Training runs: configs, checkpoints, the trainer, multi-process helpers."""
