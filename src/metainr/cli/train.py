@@ -42,6 +42,7 @@ def train(
     device: Annotated[str | None, Opt(help="auto, cpu, cuda")] = None,
     eval_every: Annotated[int | None, Opt()] = None,
     ckpt_every: Annotated[int | None, Opt()] = None,
+    max_minutes: Annotated[float | None, Opt(help="stop after this many minutes (checkpoint kept)")] = None,
     tensorboard: Annotated[bool, Opt(help="write TensorBoard logs to RUN/tb")] = False,
     resume: Annotated[bool, Opt("--resume/--no-resume", help="continue from RUN's newest checkpoint")] = True,
     quiet: Annotated[bool, Opt(help="no progress bar")] = False,
@@ -71,7 +72,8 @@ def train(
     cfg.field, cfg.method = apply_preset(method, cfg.field, cfg.method, field_over, method_over)
     train_over = {k: v for k, v in dict(steps=steps, meta_batch=meta_batch, outer_lr=outer_lr,
                                         strategy=strategy, seed=seed, device=device, eval_every=eval_every,
-                                        ckpt_every=ckpt_every).items() if v is not None}
+                                        ckpt_every=ckpt_every, max_minutes=max_minutes).items()
+                  if v is not None}
     if grad_clip is not None:
         train_over["grad_clip"] = grad_clip or None
     cfg.train = replace(cfg.train, tensorboard=tensorboard, **train_over)

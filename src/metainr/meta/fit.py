@@ -29,8 +29,9 @@ def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def render(learner: MetaLearner, params: Params, coords: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """Evaluate the field on coords (N, d) for every signal, chunked over coordinates: (B, N, C)."""
-    outs = [learner.predict(params, coords[i:i + chunk]) for i in range(0, coords.shape[-2], chunk)]
+    """Evaluate the field on coords (N, d) or per-signal coords (B, N, d) for every signal, chunked
+    over coordinates: (B, N, C)."""
+    outs = [learner.predict(params, coords[..., i:i + chunk, :]) for i in range(0, coords.shape[-2], chunk)]
     return torch.cat(outs, dim=-2)
 
 

@@ -28,6 +28,7 @@ class TrainConfig:
     ckpt_every: int = 250
     keep_checkpoints: int = 3       # newest kept (plus any marked to keep, e.g. pruning rounds)
     tensorboard: bool = False
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much training wall-clock
 
 
 @dataclass

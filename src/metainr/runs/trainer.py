@@ -79,6 +79,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         if resume:
             self._resume()
+        if self.dist.is_main:  # only once the run could start: a failed start leaves no config behind
+            self.cfg.save(self.run_dir / "config.json")
 
     # ----------------------------------------------------------------------------- set-up
     def signature(self) -> dict[str, Any]:
@@ -96,8 +98,6 @@ class Trainer:
                     diff = sorted(k for k in mine[section] if mine[section][k] != theirs[section].get(k))
                     raise ConfigError(f"{self.run_dir} holds a run with a different {section} config "
                                       f"({', '.join(diff)}); use a new --out or the same settings")
-        if self.dist.is_main:
-            self.cfg.save(saved)
 
     def _resume(self) -> None:
         ckpts = list_checkpoints(self.ckpt_dir)
@@ -184,6 +184,9 @@ class Trainer:
         start = time.time()
         try:
             while self.step < until:
+                if cfg.max_minutes is not None and time.time() - start > 60 * cfg.max_minutes:
+                    self.log({"kind": "stop", "reason": f"time budget of {cfg.max_minutes} min reached"})
+                    break
                 last = self.outer_step()
                 if bar is not None:
                     bar.update(1)
