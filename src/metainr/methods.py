@@ -50,6 +50,10 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "modulations": ({"kind": "modulated_siren", "output_offset": 0.5},
                     {"adapt": "signal", "meta_sgd": True, "inner_steps": 3},
                     "COIN++-style dense shift modulations"),
+    "metasparse": ({}, {"adapt": "all", "options": {"pruning": {"kind": "magnitude"}}},
+                   "Meta-SparseINR: MAML + iterative global magnitude pruning of the init"),
+    "random-prune": ({}, {"adapt": "all", "options": {"pruning": {"kind": "random"}}},
+                     "Random Pruning baseline: the Meta-SparseINR schedule with random masks"),
 }
 
 # Builders for method parts, registered by the sparsity / context packages:
@@ -100,6 +104,25 @@ def build_learner(field_cfg: FieldConfig, method_cfg: MethodConfig, in_dim: int,
     return MetaLearner(fld, partition, inner_steps=method_cfg.inner_steps, first_order=method_cfg.first_order,
                        shapers=parts["shapers"], context=parts["context"], outer_terms=parts["outer_terms"],
                        strategy=strategy)
+
+
+def train_callbacks(method_cfg: MethodConfig, seed: int = 0) -> list[Any]:
+    """Callbacks a method needs around meta-training (e.g. the pruning schedule)."""
+    callbacks: list[Any] = []
+    if "pruning" in method_cfg.options:
+        from metainr.sparsity.schedule import PruningSchedule
+
+        callbacks.append(PruningSchedule(pruning_config(method_cfg), seed=seed))
+    return callbacks
+
+
+def pruning_config(method_cfg: MethodConfig):
+    from metainr.sparsity.schedule import PruningConfig
+
+    try:
+        return PruningConfig(**method_cfg.options.get("pruning", {}))
+    except TypeError as e:
+        raise ConfigError(f"invalid pruning options: {e}") from e
 
 
 def dataclass_from_dict(cls, data: dict[str, Any]):

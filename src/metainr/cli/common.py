@@ -9,12 +9,15 @@ from typing import Any
 
 
 def parse_steps(text: str) -> list[int]:
+    # ConfigError (not SystemExit) so main() reports it like every user error: one line, exit 2.
+    from metainr.errors import ConfigError
+
     try:
         steps = sorted({int(s) for s in text.replace(" ", "").split(",") if s})
     except ValueError:
-        raise SystemExit(f"error: --steps expects integers like 2,100, got {text!r}") from None
+        raise ConfigError(f"--steps expects integers like 2,100, got {text!r}") from None
     if not steps or steps[0] < 0:
-        raise SystemExit(f"error: --steps expects non-negative integers, got {text!r}")
+        raise ConfigError(f"--steps expects non-negative integers, got {text!r}")
     return steps
 
 

@@ -42,6 +42,11 @@ def train(
     device: Annotated[str | None, Opt(help="auto, cpu, cuda")] = None,
     eval_every: Annotated[int | None, Opt()] = None,
     ckpt_every: Annotated[int | None, Opt()] = None,
+    prune_rounds: Annotated[int | None, Opt(help="pruning rounds (metasparse / random-prune)")] = None,
+    prune_fraction: Annotated[float | None, Opt(help="fraction of remaining weights pruned per round")
+                              ] = None,
+    dense_steps: Annotated[int | None, Opt(help="dense meta-training steps before pruning")] = None,
+    round_steps: Annotated[int | None, Opt(help="meta-training steps after each pruning")] = None,
     max_minutes: Annotated[float | None, Opt(help="stop after this many minutes (checkpoint kept)")] = None,
     tensorboard: Annotated[bool, Opt(help="write TensorBoard logs to RUN/tb")] = False,
     resume: Annotated[bool, Opt("--resume/--no-resume", help="continue from RUN's newest checkpoint")] = True,
@@ -70,6 +75,16 @@ def train(
     method_over = {k: v for k, v in dict(inner_steps=inner_steps, inner_lr=inner_lr, meta_sgd=meta_sgd,
                                          first_order=first_order).items() if v is not None}
     cfg.field, cfg.method = apply_preset(method, cfg.field, cfg.method, field_over, method_over)
+    if "pruning" in cfg.method.options:
+        from metainr.methods import pruning_config
+
+        pruning = {k: v for k, v in dict(rounds=prune_rounds, fraction=prune_fraction,
+                                         dense_steps=dense_steps, round_steps=round_steps).items()
+                   if v is not None}
+        cfg.method.options = {**cfg.method.options,
+                              "pruning": {**cfg.method.options["pruning"], **pruning}}
+        if steps is None:  # the schedule defines the length of the run
+            steps = pruning_config(cfg.method).total_steps
     train_over = {k: v for k, v in dict(steps=steps, meta_batch=meta_batch, outer_lr=outer_lr,
                                         strategy=strategy, seed=seed, device=device, eval_every=eval_every,
                                         ckpt_every=ckpt_every, max_minutes=max_minutes).items()

@@ -59,12 +59,24 @@ class MetaLearner(nn.Module):
     def network_params(self, adapted: Params) -> Params:
         return {**self.partition.shared_params(), **adapted}
 
-    def predict(self, adapted: Params, coords: torch.Tensor, return_features: bool = False):
-        return self.field.forward(self.network_params(adapted), coords, self.partition.mask_dict(),
+    def masks(self, extra: Params | None = None) -> Params | None:
+        """The fixed masks, times optional per-signal masks (B, ...) (pruning during fitting)."""
+        fixed = self.partition.mask_dict()
+        if not extra:
+            return fixed
+        merged = dict(fixed or {})
+        for name, m in extra.items():
+            merged[name] = merged[name] * m if name in merged else m
+        return merged
+
+    def predict(self, adapted: Params, coords: torch.Tensor, return_features: bool = False,
+                masks: Params | None = None):
+        return self.field.forward(self.network_params(adapted), coords, self.masks(masks),
                                   return_features=return_features)
 
-    def signal_loss(self, adapted: Params, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        return per_signal_mse(self.predict(adapted, coords), values)
+    def signal_loss(self, adapted: Params, coords: torch.Tensor, values: torch.Tensor,
+                    masks: Params | None = None) -> torch.Tensor:
+        return per_signal_mse(self.predict(adapted, coords, masks=masks), values)
 
     def start_params(self, batch_size: int | None) -> Params:
         """theta_0 for a batch: (B, ...) views of the init (or unbatched when batch_size is None)."""
@@ -78,22 +90,22 @@ class MetaLearner(nn.Module):
 
     # ----------------------------------------------------------------------------- inner loop
     def inner_grads(self, adapted: Params, coords: torch.Tensor, values: torch.Tensor,
-                    create_graph: bool, functional: bool = False) -> Params:
+                    create_graph: bool, functional: bool = False, masks: Params | None = None) -> Params:
         """Per-signal gradients of the inner loss. ``create_graph`` keeps second-order terms."""
         names = list(adapted)
         if functional:  # inside torch.func.vmap
             def loss_fn(a: Params) -> torch.Tensor:
-                return self.signal_loss(a, coords, values).sum()
+                return self.signal_loss(a, coords, values, masks).sum()
             src = adapted if create_graph else {n: p.detach() for n, p in adapted.items()}
             grads = torch.func.grad(loss_fn)(src)
             return grads if create_graph else {n: g.detach() for n, g in grads.items()}
         if create_graph:
-            loss = self.signal_loss(adapted, coords, values).sum()
+            loss = self.signal_loss(adapted, coords, values, masks).sum()
             grads = torch.autograd.grad(loss, [adapted[n] for n in names], create_graph=True)
         else:  # first order / meta-test: differentiate detached leaves, nothing kept
             leaves = {n: p.detach().requires_grad_(True) for n, p in adapted.items()}
             with torch.enable_grad():
-                loss = self.signal_loss(leaves, coords, values).sum()
+                loss = self.signal_loss(leaves, coords, values, masks).sum()
                 grads = torch.autograd.grad(loss, [leaves[n] for n in names])
         return dict(zip(names, grads))
 

@@ -66,8 +66,12 @@ def fit_metrics(learner: MetaLearner, signals: SignalSet, steps: list[int], opti
             pred = render(learner, params, coords).clamp(0, 1)
             ssims[step].append(ssim(conv.to_signals(pred), conv.to_signals(values)))
 
+    kwargs = dict(fit_kwargs or {})
+    factory = kwargs.pop("mask_hook_factory", None)  # hooks bound to this learner (per-signal pruning)
+    if factory is not None:
+        kwargs["mask_hook"] = factory(learner)
     result = fit(learner, signals.coords, signals.values, max(steps), optimizer=optimizer, lr=lr,
-                 record_steps=steps, batch_size=batch_size, on_record=record, **(fit_kwargs or {}))
+                 record_steps=steps, batch_size=batch_size, on_record=record, **kwargs)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for row, step in enumerate(result.record_steps):
         out[str(step)] = {"psnr": _stats(result.psnr[row])}

@@ -60,7 +60,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.progress = progress
-        self.callbacks = list(callbacks or [])
+        from metainr.methods import train_callbacks
+
+        self.callbacks = list(callbacks or []) + train_callbacks(cfg.method, seed=cfg.train.seed)
         self.device = local_device(cfg.train.device)
         self.dist: DistInfo = init_distributed(self.device)
         if cfg.train.meta_batch % self.dist.world_size:
@@ -129,8 +131,12 @@ class Trainer:
     def save(self, name: str | None = None, extra: dict[str, Any] | None = None) -> Path | None:
         if not self.dist.is_main:
             return None
+        state = {}
+        for cb in self.callbacks:
+            if hasattr(cb, "state"):
+                state.update(cb.state(self))
         path = save_checkpoint(self.ckpt_dir, self.step, self.learner, self.optimizer, self.signature(),
-                               extra=extra, name=name)
+                               extra={**state, **(extra or {})}, name=name)
         self.last_checkpoint = path
         self._prune_old_checkpoints()
         return path
