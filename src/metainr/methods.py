@@ -6,7 +6,6 @@ overridden, so presets can be combined (e.g. context pruning on a modulation cod
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -50,16 +49,20 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "modulations": ({"kind": "modulated_siren", "output_offset": 0.5},
                     {"adapt": "signal", "meta_sgd": True, "inner_steps": 3},
                     "COIN++-style dense shift modulations"),
+    "gradncp": ({"output_offset": 0.5},
+                {"adapt": "all", "inner_steps": 16, "options": {
+                    "context": {"kind": "gradncp", "gamma": 0.25},
+                    "bootstrap": {"steps": 5, "lr": 5e-2, "weight": 100.0}}},
+                "GradNCP: top-25% gradient-norm context, K=16, bootstrapped correction (L=5, lambda=100)"),
+    "random-context": ({"output_offset": 0.5},
+                       {"adapt": "all", "inner_steps": 16, "options": {
+                           "context": {"kind": "random", "gamma": 0.25}}},
+                       "Random 25% context per inner step, K=16 (GradNCP's random-pruning ablation)"),
     "metasparse": ({}, {"adapt": "all", "options": {"pruning": {"kind": "magnitude"}}},
                    "Meta-SparseINR: MAML + iterative global magnitude pruning of the init"),
     "random-prune": ({}, {"adapt": "all", "options": {"pruning": {"kind": "random"}}},
                      "Random Pruning baseline: the Meta-SparseINR schedule with random masks"),
 }
-
-# Builders for method parts, registered by the sparsity / context packages:
-# name -> fn(method_config, learner_kwargs) that adds shapers / context / outer terms.
-PART_BUILDERS: dict[str, Callable[[MethodConfig, dict[str, Any]], None]] = {}
-
 
 def apply_preset(name: str, field_cfg: FieldConfig | None = None, method_cfg: MethodConfig | None = None,
                  field_overrides: dict[str, Any] | None = None,
@@ -98,12 +101,28 @@ def build_learner(field_cfg: FieldConfig, method_cfg: MethodConfig, in_dim: int,
                                    lr_clip=method_cfg.lr_clip, seed=seed)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    parts: dict[str, Any] = {"shapers": [], "context": None, "outer_terms": []}
-    for builder in PART_BUILDERS.values():
-        builder(method_cfg, parts)
+    parts = build_parts(method_cfg)
     return MetaLearner(fld, partition, inner_steps=method_cfg.inner_steps, first_order=method_cfg.first_order,
                        shapers=parts["shapers"], context=parts["context"], outer_terms=parts["outer_terms"],
                        strategy=strategy)
+
+
+def build_parts(method_cfg: MethodConfig) -> dict[str, Any]:
+    """The shapers, context selector and outer-loss terms named in ``method_cfg.options``."""
+    opts = method_cfg.options
+    parts: dict[str, Any] = {"shapers": [], "context": None, "outer_terms": []}
+    try:
+        if "context" in opts:
+            from metainr.context.selectors import build_selector
+
+            parts["context"] = build_selector(**opts["context"])
+        if "bootstrap" in opts:
+            from metainr.context.bootstrap import BootstrapCorrection
+
+            parts["outer_terms"].append(BootstrapCorrection(**opts["bootstrap"]))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid method options: {e}") from e
+    return parts
 
 
 def train_callbacks(method_cfg: MethodConfig, seed: int = 0) -> list[Any]:

@@ -29,3 +29,13 @@ def write_json(path: Path | str, data: Any) -> None:
 
 def info(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def rescale_kwargs(learner) -> dict[str, Any]:
+    """fit() arguments for GradNCP's test-time gradient rescaling (needs a context selector)."""
+    from metainr.context.rescale import rescaled_gradients
+    from metainr.errors import ConfigError
+
+    if learner.context is None:
+        raise ConfigError("--rescale needs a run with a context selector (e.g. --method gradncp)")
+    return {"use_context": True, "grad_hook": rescaled_gradients}

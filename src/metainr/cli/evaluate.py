@@ -20,6 +20,8 @@ def evaluate(
     round_: Annotated[int | None, Opt("--round", help="pruning round N (checkpoint round_NN)")] = None,
     prune: Annotated[str | None, Opt(help="prune each signal while fitting: oneshot or imp")] = None,
     density: Annotated[float | None, Opt(help="target weight density for --prune")] = None,
+    rescale: Annotated[bool, Opt(help="GradNCP test-time rescaling: full-context gradient, pruned norm")
+                       ] = False,
     signals: Annotated[int | None, Opt(help="evaluate only the first N test signals")] = None,
     json_out: Annotated[Path | None, Opt("--json", help="write results JSON here")] = None,
     device: Annotated[str, Opt()] = "auto",
@@ -27,7 +29,7 @@ def evaluate(
     """Fit every test signal from the meta-learned init and from a random init; report both."""
     from dataclasses import replace
 
-    from metainr.cli.common import parse_steps, write_json
+    from metainr.cli.common import parse_steps, rescale_kwargs, write_json
     from metainr.errors import ConfigError
     from metainr.runs.evaluate import compare_inits, open_run
     from metainr.runs.trainer import load_signal_sets
@@ -46,6 +48,8 @@ def evaluate(
 
         fit_kwargs = {"mask_hook_factory": lambda lrn: pruning_hook(lrn, max(step_list), density, prune)}
     cfg, learner, meta = open_run(run, checkpoint, device)
+    if rescale:
+        fit_kwargs = {**(fit_kwargs or {}), **rescale_kwargs(learner)}
     if data is not None:
         cfg.data = replace(cfg.data, path=data)
     _, test = load_signal_sets(cfg)

@@ -21,10 +21,12 @@ def fit(
     lr: Annotated[float | None, Opt()] = None,
     params_out: Annotated[Path | None, Opt("--params", help="also save the fitted params (safetensors)")
                           ] = None,
+    rescale: Annotated[bool, Opt(help="GradNCP test-time gradient rescaling")] = False,
     checkpoint: Annotated[str | None, Opt()] = None,
     device: Annotated[str, Opt()] = "auto",
 ) -> None:
     """Fit SIGNAL_FILE at the run's training resolution, then decode it at any resolution."""
+    from metainr.cli.common import rescale_kwargs
     from metainr.errors import DataError
     from metainr.meta.fit import fit as fit_signals
     from metainr.meta.fit import render
@@ -46,8 +48,9 @@ def fit(
     conv = GridConverter(image.shape[1:], image.shape[0])
     values = conv.to_values(image[None].to(dev))
     k = cfg.method.inner_steps if steps is None else steps
+    extra = rescale_kwargs(learner) if rescale else {}
     result = fit_signals(learner, conv.coords(dev), values, k, optimizer=optimizer, lr=lr,
-                         record_steps=[0, k])
+                         record_steps=[0, k], **extra)
     res = resolution or side
     out_conv = GridConverter((res, res), image.shape[0])
     recon = out_conv.to_signals(render(learner, result.params, coordinate_grid((res, res), device=dev)))
