@@ -90,7 +90,7 @@ def build_field_from(cfg: FieldConfig, in_dim: int, out_dim: int):
 
 
 def build_learner(field_cfg: FieldConfig, method_cfg: MethodConfig, in_dim: int, out_dim: int,
-                  seed: int = 0, strategy: str = "auto"):
+                  seed: int = 0, strategy: str = "auto", chunk: int | None = None):
     """The one place a method becomes a MetaLearner."""
     from metainr.meta import MetaLearner, ParamPartition
 
@@ -104,7 +104,7 @@ def build_learner(field_cfg: FieldConfig, method_cfg: MethodConfig, in_dim: int,
     parts = build_parts(method_cfg)
     return MetaLearner(fld, partition, inner_steps=method_cfg.inner_steps, first_order=method_cfg.first_order,
                        shapers=parts["shapers"], context=parts["context"], outer_terms=parts["outer_terms"],
-                       strategy=strategy)
+                       strategy=strategy, chunk=chunk)
 
 
 def build_parts(method_cfg: MethodConfig) -> dict[str, Any]:

@@ -38,6 +38,7 @@ def train(
     outer_lr: Annotated[float | None, Opt(help="outer Adam learning rate")] = None,
     grad_clip: Annotated[float | None, Opt(help="outer gradient-norm clip (0: off)")] = None,
     strategy: Annotated[str | None, Opt(help="meta-batch strategy: auto, loop, batched, vmap")] = None,
+    chunk: Annotated[int | None, Opt(help="coordinates per chunk in full-context passes (memory)")] = None,
     seed: Annotated[int | None, Opt()] = None,
     device: Annotated[str | None, Opt(help="auto, cpu, cuda")] = None,
     eval_every: Annotated[int | None, Opt()] = None,
@@ -86,7 +87,8 @@ def train(
         if steps is None:  # the schedule defines the length of the run
             steps = pruning_config(cfg.method).total_steps
     train_over = {k: v for k, v in dict(steps=steps, meta_batch=meta_batch, outer_lr=outer_lr,
-                                        strategy=strategy, seed=seed, device=device, eval_every=eval_every,
+                                        strategy=strategy, chunk=chunk, seed=seed, device=device,
+                                        eval_every=eval_every,
                                         ckpt_every=ckpt_every, max_minutes=max_minutes).items()
                   if v is not None}
     if grad_clip is not None:

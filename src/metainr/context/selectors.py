@@ -35,7 +35,14 @@ def gather_context(coords: torch.Tensor, values: torch.Tensor, idx: torch.Tensor
 def gradncp_scores(learner, params: Params, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Closed-form last-layer per-coordinate gradient norm, (..., N)."""
     detached = {n: p.detach() for n, p in params.items()}
-    pred, feats = learner.predict(detached, coords, return_features=True)
+    if learner._chunked(values):  # bounded memory at high resolution
+        return torch.cat([gradncp_scores_one(learner, detached, c, v)
+                          for c, v in learner._coordinate_chunks(coords, values)], dim=-1)
+    return gradncp_scores_one(learner, detached, coords, values)
+
+
+def gradncp_scores_one(learner, params: Params, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    pred, feats = learner.predict(params, coords, return_features=True)
     err = (values - pred).norm(dim=-1)
     return err * torch.sqrt(feats.pow(2).sum(dim=-1) + 1.0)
 

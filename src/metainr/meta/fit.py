@@ -42,8 +42,13 @@ def render(learner: MetaLearner, params: Params, coords: torch.Tensor, chunk: in
 @torch.no_grad()
 def evaluate_psnr(learner: MetaLearner, params: Params, coords: torch.Tensor, values: torch.Tensor,
                   masks: Params | None = None) -> torch.Tensor:
-    pred = learner.predict(params, coords, masks=masks).clamp(0, 1)
-    return psnr_from_mse(per_signal_mse(pred, values))
+    if learner.chunk is None or values.shape[-2] <= learner.chunk:
+        pred = learner.predict(params, coords, masks=masks).clamp(0, 1)
+        return psnr_from_mse(per_signal_mse(pred, values))
+    sq = 0.0
+    for c, v in learner._coordinate_chunks(coords, values):
+        sq = sq + (learner.predict(params, c, masks=masks).clamp(0, 1) - v).pow(2).sum(dim=(-2, -1))
+    return psnr_from_mse(sq / (values.shape[-2] * values.shape[-1]))
 
 
 def fit(learner: MetaLearner, coords: torch.Tensor, values: torch.Tensor, steps: int,

@@ -42,7 +42,7 @@ class MetaLearner(nn.Module):
     def __init__(self, field: Field, partition: ParamPartition, inner_steps: int = 2,
                  first_order: bool = False, shapers: Iterable[UpdateShaper] = (),
                  context: ContextSelector | None = None, outer_terms: Iterable[OuterTerm] = (),
-                 strategy: str = "auto"):
+                 strategy: str = "auto", chunk: int | None = None):
         super().__init__()
         self.field = field
         self.partition = partition
@@ -54,6 +54,9 @@ class MetaLearner(nn.Module):
         if strategy != "auto" and strategy not in STRATEGIES:
             raise ValueError(f"unknown batching strategy {strategy!r}; choose auto or one of {STRATEGIES}")
         self.strategy = strategy
+        # Coordinates per chunk for full-context passes that keep no graph (first-order steps, the
+        # outer loss, metrics): bounds their memory at high resolution; None = one pass.
+        self.chunk = chunk
 
     # ----------------------------------------------------------------- evaluation of the field
     def network_params(self, adapted: Params) -> Params:
@@ -105,9 +108,28 @@ class MetaLearner(nn.Module):
         else:  # first order / meta-test: differentiate detached leaves, nothing kept
             leaves = {n: p.detach().requires_grad_(True) for n, p in adapted.items()}
             with torch.enable_grad():
+                if self._chunked(values):
+                    return self._chunked_grads(leaves, coords, values, masks)
                 loss = self.signal_loss(leaves, coords, values, masks).sum()
                 grads = torch.autograd.grad(loss, [leaves[n] for n in names])
         return dict(zip(names, grads))
+
+    def _chunked(self, values: torch.Tensor) -> bool:
+        return self.chunk is not None and values.shape[-2] > self.chunk
+
+    def _coordinate_chunks(self, coords: torch.Tensor, values: torch.Tensor):
+        n = values.shape[-2]
+        for i in range(0, n, self.chunk or n):
+            yield coords[..., i:i + self.chunk, :], values[..., i:i + self.chunk, :]
+
+    def _chunked_grads(self, leaves: Params, coords: torch.Tensor, values: torch.Tensor,
+                       masks: Params | None) -> Params:
+        """Gradients of the per-signal mean loss, accumulated over coordinate chunks."""
+        total = values.shape[-2] * values.shape[-1]
+        for c, v in self._coordinate_chunks(coords, values):
+            part = (self.predict(leaves, c, masks=masks) - v).pow(2).sum() / total
+            part.backward()
+        return {n: p.grad for n, p in leaves.items()}
 
     def sgd_step(self, adapted: Params, grads: Params) -> Params:
         return {n: p - self.partition.lr(n) * grads[n] for n, p in adapted.items()}
@@ -175,6 +197,32 @@ class MetaLearner(nn.Module):
             clamped = per_signal_mse(pred.detach().clamp(0, 1), values)
         return loss, clamped
 
+    def _chunked_outer_backward(self, adapted: Params, coords: torch.Tensor, values: torch.Tensor,
+                                denom: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outer backward pass with the full-context forward split over coordinate chunks.
+
+        dLoss/dtheta_K is accumulated chunk by chunk on detached copies of theta_K (shared params
+        get their direct gradient at the same time), then pushed once through the inner loop:
+        the same gradient as one pass, without holding every coordinate's activations.
+        """
+        leaves = {n: p.detach().requires_grad_(True) for n, p in adapted.items()}
+        total = values.shape[-2] * values.shape[-1]
+        loss = torch.zeros(values.shape[0], device=values.device)
+        mse = torch.zeros_like(loss)
+        for c, v in self._coordinate_chunks(coords, values):
+            pred = self.predict(leaves, c)
+            part = (pred - v).pow(2).sum(dim=(-2, -1)) / total
+            (part.sum() / denom).backward()
+            loss += part.detach()
+            mse += (pred.detach().clamp(0, 1) - v).pow(2).sum(dim=(-2, -1)) / total
+        for term in self.outer_terms:
+            extra = term(self, leaves, coords, values)
+            (extra.sum() / denom).backward()
+            loss += extra.detach()
+        names = [n for n in adapted if leaves[n].grad is not None and adapted[n].requires_grad]
+        torch.autograd.backward([adapted[n] for n in names], [leaves[n].grad for n in names])
+        return loss, mse
+
     def meta_backward(self, coords: torch.Tensor, values: torch.Tensor, global_batch: int | None = None
                       ) -> dict[str, float]:
         """Accumulate the outer gradient of this (part of the) meta-batch into ``.grad``.
@@ -198,8 +246,11 @@ class MetaLearner(nn.Module):
                 adapted = self._adapt_vmap(c, v, create_graph)
             else:
                 adapted = self.adapt(c, v, training=True, create_graph=create_graph)
-            loss, mse = self.outer_loss(adapted, c, v)
-            (loss.sum() / denom).backward()
+            if self._chunked(v):
+                loss, mse = self._chunked_outer_backward(adapted, c, v, denom)
+            else:
+                loss, mse = self.outer_loss(adapted, c, v)
+                (loss.sum() / denom).backward()
             losses.append(loss.detach())
             mses.append(mse)
         penalty = self.global_penalty()

@@ -20,6 +20,7 @@ class TrainConfig:
     outer_lr: float = 1e-4
     grad_clip: float | None = 1.0   # outer gradient norm clip (None: off)
     strategy: str = "auto"          # loop | batched | vmap | auto (fastest per device)
+    chunk: int | None = None        # coordinates per chunk in graph-free full-context passes
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     log_every: int = 10

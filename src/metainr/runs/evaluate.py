@@ -44,7 +44,8 @@ def open_run(run_dir: Path | str, checkpoint: str | None = None, device: str = "
 def build_run_learner(cfg: RunConfig, seed: int | None = None) -> MetaLearner:
     in_dim = {"image": 2, "audio": 1}.get(cfg.data.modality, 2)
     return build_learner(cfg.field, cfg.method, in_dim, cfg.data.channels,
-                         seed=cfg.train.seed if seed is None else seed, strategy=cfg.train.strategy)
+                         seed=cfg.train.seed if seed is None else seed, strategy=cfg.train.strategy,
+                         chunk=cfg.train.chunk)
 
 
 def _stats(x: torch.Tensor) -> dict[str, float]:

@@ -73,7 +73,8 @@ class Trainer:
         self.train_set, self.test_set = train.to(self.device), test.to(self.device)
         conv = self.train_set.converter
         self.learner = build_learner(cfg.field, cfg.method, conv.coord_dim, conv.channels,
-                                     seed=cfg.train.seed, strategy=cfg.train.strategy).to(self.device)
+                                     seed=cfg.train.seed, strategy=cfg.train.strategy,
+                                     chunk=cfg.train.chunk).to(self.device)
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=cfg.train.outer_lr)
         self.step = 0
         self.last_checkpoint: Path | None = None
