@@ -70,8 +70,8 @@ def apply_preset(name: str, field_cfg: FieldConfig | None = None, method_cfg: Me
     if name not in PRESETS:
         raise ConfigError(f"unknown method preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     f_over, m_over, _ = PRESETS[name]
-    fcfg = replace(field_cfg or FieldConfig(), **f_over, **(field_overrides or {}))
-    mcfg = replace(method_cfg or MethodConfig(), preset=name, **m_over, **(method_overrides or {}))
+    fcfg = replace(field_cfg or FieldConfig(), **{**f_over, **(field_overrides or {})})
+    mcfg = replace(method_cfg or MethodConfig(), preset=name, **{**m_over, **(method_overrides or {})})
     return fcfg, mcfg
 
 

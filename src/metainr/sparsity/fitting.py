@@ -20,7 +20,8 @@ def prune_schedule(steps: int, target_density: float, mode: str, fraction: float
     if mode == "oneshot":
         return [steps // 2]
     if mode == "imp":
-        rounds = max(1, math.ceil(math.log(target_density) / math.log(1.0 - fraction)))
+        # The tolerance keeps decimal targets like 0.64 = 0.8^2 at 2 rounds (log ratio 2.0000000000000004).
+        rounds = max(1, math.ceil(math.log(target_density) / math.log(1.0 - fraction) - 1e-9))
         half = max(1, steps // 2)
         return sorted({max(0, round((i + 1) * half / rounds) - 1) for i in range(rounds)})
     raise ValueError(f"unknown per-signal pruning mode {mode!r} (oneshot or imp)")
@@ -39,9 +40,14 @@ def pruning_hook(learner, steps: int, target_density: float, mode: str, fraction
         if step not in schedule:
             return masks
         weights = {n: params[n] for n in prunable}
-        if step == last:
-            return pruning_masks(weights, masks=masks, batch=True, keep=target_keep)
-        return pruning_masks(weights, fraction, masks=masks, batch=True)
+        if step != last:
+            new = pruning_masks(weights, fraction, masks=masks, batch=True)
+            kept = sum(m.reshape(m.shape[0], -1).sum(dim=1) for m in new.values())
+            if bool((kept >= target_keep).all()):
+                return new
+        # The last pruning lands exactly on the target; so does an earlier one whose rounding would
+        # overshoot it (e.g. 104 weights at density 0.64: 104 -> 83 -> 66 < round(66.56) = 67).
+        return pruning_masks(weights, masks=masks, batch=True, keep=target_keep)
 
     return hook
 
