@@ -6,6 +6,7 @@ overridden, so presets can be combined (e.g. context pruning on a modulation cod
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -69,10 +70,26 @@ def apply_preset(name: str, field_cfg: FieldConfig | None = None, method_cfg: Me
                  method_overrides: dict[str, Any] | None = None) -> tuple[FieldConfig, MethodConfig]:
     if name not in PRESETS:
         raise ConfigError(f"unknown method preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-    f_over, m_over, _ = PRESETS[name]
+    f_over, m_over, _ = copy.deepcopy(PRESETS[name])  # callers may edit the result in place
+    base = method_cfg or MethodConfig()
+    merged = {**m_over, **(method_overrides or {})}
+    # options merge per part: preset defaults < the given config's settings < explicit overrides
+    merged["options"] = _merge_options(m_over.get("options", {}), base.options,
+                                       (method_overrides or {}).get("options", {}))
     fcfg = replace(field_cfg or FieldConfig(), **{**f_over, **(field_overrides or {})})
-    mcfg = replace(method_cfg or MethodConfig(), preset=name, **{**m_over, **(method_overrides or {})})
+    mcfg = replace(base, preset=name, **merged)
     return fcfg, mcfg
+
+
+def _merge_options(*layers: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
 
 
 def build_field_from(cfg: FieldConfig, in_dim: int, out_dim: int):
