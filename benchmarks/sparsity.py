@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
                                  "(per-signal pruning: target weights + biases)",
                "fits": FITS, "n_test": len(test), "levels": levels, "train_seconds": timings,
                "total_seconds": round(time.time() - t0, 1)}
-    out = write_results(RESULTS_DIR / f"sparsity_{args.config}.json", payload, device=magnitude.device)
+    out = write_results(RESULTS_DIR / f"{name}.json", payload, device=magnitude.device)
     out.with_suffix(".md").write_text(markdown_table(payload))
     plot(payload, out.with_suffix(".png"))
     print(markdown_table(payload))
