@@ -207,7 +207,7 @@ class MetaLearner(nn.Module):
         """
         leaves = {n: p.detach().requires_grad_(True) for n, p in adapted.items()}
         total = values.shape[-2] * values.shape[-1]
-        loss = torch.zeros(values.shape[0], device=values.device)
+        loss = torch.zeros(values.shape[0], device=values.device, dtype=values.dtype)
         mse = torch.zeros_like(loss)
         for c, v in self._coordinate_chunks(coords, values):
             pred = self.predict(leaves, c)
