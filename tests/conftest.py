@@ -2,5 +2,5 @@
 
 import torch
 
-# The tests use tiny networks: one thread avoids oversubscription on small shared CI machines.
+# Tiny networks: intra-op threads only add synchronisation (very slow on small, busy machines).
 torch.set_num_threads(1)

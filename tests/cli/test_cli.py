@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from metainr.cli.main import main
@@ -60,13 +59,6 @@ def write_pngs(folder: Path, n: int, seed: int = 0) -> list[Path]:
         paths.append(p)
     return paths
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

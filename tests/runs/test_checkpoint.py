@@ -17,14 +17,6 @@ from metainr.runs.config import RunConfig
 WIDTH, DEPTH = 16, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: intra-op threads only add synchronisation (very slow on shared, busy cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_cfg(width: int = WIDTH, preset: str = "maml") -> RunConfig:
     fcfg, mcfg = apply_preset(preset, FieldConfig(width=width, depth=DEPTH), MethodConfig(inner_steps=1))

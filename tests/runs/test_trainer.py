@@ -17,15 +17,6 @@ from metainr.signals.batch import materialize
 from metainr.signals.datasets import DataSpec, InMemoryDataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: intra-op threads only add synchronisation (very slow on shared, busy cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def signal_sets(n_train: int = 8, n_test: int = 2, side: int = 8):
     g = torch.Generator().manual_seed(0)
     signals = torch.rand(n_train + n_test, 3, side, side, generator=g)

@@ -23,13 +23,6 @@ TOTAL = 2 * 16 + 16 * 16 + 16 * 3   # weights of a width-16, depth-3 SIREN on RG
 ROUNDS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def signal_sets():
     g = torch.Generator().manual_seed(0)

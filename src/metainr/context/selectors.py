@@ -47,32 +47,36 @@ def gradncp_scores_one(learner, params: Params, coords: torch.Tensor, values: to
     return err * torch.sqrt(feats.pow(2).sum(dim=-1) + 1.0)
 
 
-class GradNCPSelector(ContextSelector):
+class TopFractionSelector(ContextSelector):
+    """Keeps the ceil(gamma * N) coordinates with the highest score, per signal."""
+
     def __init__(self, gamma: float = 0.25):
         super().__init__()
         if not 0 < gamma <= 1:
             raise ValueError(f"context fraction gamma must be in (0, 1], got {gamma}")
         self.gamma = float(gamma)
 
+    def scores(self, learner, params: Params, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def select(self, learner, params, coords, values, step, training):
-        scores = gradncp_scores(learner, params, coords, values)
+        scores = self.scores(learner, params, coords, values)
         idx = scores.topk(kept_count(self.gamma, values.shape[-2]), dim=-1, sorted=False).indices
         return gather_context(coords, values, idx)
 
 
-class RandomSelector(ContextSelector):
+class GradNCPSelector(TopFractionSelector):
+    """GradNCP: the largest last-layer gradient norms."""
+
+    def scores(self, learner, params, coords, values):
+        return gradncp_scores(learner, params, coords, values)
+
+
+class RandomSelector(TopFractionSelector):
     """A uniformly random gamma fraction of the coordinates per signal and step."""
 
-    def __init__(self, gamma: float = 0.25):
-        super().__init__()
-        if not 0 < gamma <= 1:
-            raise ValueError(f"context fraction gamma must be in (0, 1], got {gamma}")
-        self.gamma = float(gamma)
-
-    def select(self, learner, params, coords, values, step, training):
-        noise = torch.rand(values.shape[:-1], device=values.device)
-        idx = noise.topk(kept_count(self.gamma, values.shape[-2]), dim=-1, sorted=False).indices
-        return gather_context(coords, values, idx)
+    def scores(self, learner, params, coords, values):
+        return torch.rand(values.shape[:-1], device=values.device)
 
 
 def build_selector(kind: str = "gradncp", gamma: float = 0.25) -> ContextSelector | None:
