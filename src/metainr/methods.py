@@ -59,6 +59,13 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                        {"adapt": "all", "inner_steps": 16, "options": {
                            "context": {"kind": "random", "gamma": 0.25}}},
                        "Random 25% context per inner step, K=16 (GradNCP's random-pruning ablation)"),
+    "mscn-grad": ({}, {"adapt": "all", "meta_sgd": True, "options": {
+        "gates": {"on": "all", "lam": 1e-3, "target_density": 0.05}}},
+        "MSCN: hard-concrete gates on every inner update (sparse per-signal change), Meta-SGD"),
+    "mscn-mod": ({"kind": "modulated_siren", "output_offset": 0.5},
+                 {"adapt": "signal", "meta_sgd": True, "inner_steps": 3, "options": {
+                     "gates": {"on": "all", "lam": 1e-3, "target_density": 0.1}}},
+                 "MSCN: gated (sparse) shift modulations on a shared SIREN, Meta-SGD"),
     "metasparse": ({}, {"adapt": "all", "options": {"pruning": {"kind": "magnitude"}}},
                    "Meta-SparseINR: MAML + iterative global magnitude pruning of the init"),
     "random-prune": ({}, {"adapt": "all", "options": {"pruning": {"kind": "random"}}},
@@ -118,17 +125,28 @@ def build_learner(field_cfg: FieldConfig, method_cfg: MethodConfig, in_dim: int,
                                    lr_clip=method_cfg.lr_clip, seed=seed)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    parts = build_parts(method_cfg)
+    parts = build_parts(method_cfg, partition)
     return MetaLearner(fld, partition, inner_steps=method_cfg.inner_steps, first_order=method_cfg.first_order,
                        shapers=parts["shapers"], context=parts["context"], outer_terms=parts["outer_terms"],
                        strategy=strategy, chunk=chunk)
 
 
-def build_parts(method_cfg: MethodConfig) -> dict[str, Any]:
+def build_parts(method_cfg: MethodConfig, partition) -> dict[str, Any]:
     """The shapers, context selector and outer-loss terms named in ``method_cfg.options``."""
     opts = method_cfg.options
     parts: dict[str, Any] = {"shapers": [], "context": None, "outer_terms": []}
     try:
+        if "gates" in opts:
+            from metainr.sparsity.gates import GatedUpdates
+
+            gate_opts = dict(opts["gates"])
+            names = gate_opts.pop("on", "all")
+            gated = partition.adapt_names if names == "all" else [n.strip() for n in names.split(",")]
+            unknown = [n for n in gated if n not in partition.adapt_names]
+            if unknown:
+                raise ValueError(f"gates on parameters that do not adapt: {unknown}")
+            shapes = {n: tuple(partition.start(n).shape) for n in gated}
+            parts["shapers"].append(GatedUpdates(shapes, **gate_opts))
         if "context" in opts:
             from metainr.context.selectors import build_selector
 

@@ -260,7 +260,7 @@ class MetaLearner(nn.Module):
         psnr = -10 * torch.log10(mse_all.clamp_min(1e-10))
         out = {"loss": float(loss_all.mean()), "psnr": float(psnr.mean()), "batch": batch}
         if penalty is not None:
-            out["penalty"] = float(penalty)
+            out["penalty"] = float(penalty.detach())
         return out
 
     def global_penalty(self) -> torch.Tensor | None:
@@ -270,3 +270,6 @@ class MetaLearner(nn.Module):
     def after_outer_step(self) -> None:
         """Keep invariants the optimiser step may break (masked entries exactly zero)."""
         self.partition.apply_masks()
+        for shaper in self.shapers:
+            if hasattr(shaper, "after_outer_step"):
+                shaper.after_outer_step()
