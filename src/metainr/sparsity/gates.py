@@ -78,12 +78,18 @@ class GatedUpdates(UpdateShaper):
     def expected_density(self) -> torch.Tensor:
         return torch.stack([g.expected_l0().sum() for g in self.gates.values()]).sum() / self.num_gated
 
-    def test_gates(self) -> dict[str, torch.Tensor]:
+    def test_gates(self, learner=None) -> dict[str, torch.Tensor]:
+        """Deterministic gates; with ``target_density``, exactly that many open entries.
+
+        Given the learner, entries whose (Meta-SGD) learning rate is exactly zero are ranked last:
+        their update is zero whatever the gate, so keeping them would make fewer than the counted
+        entries move (the realised density of theta_K - theta_0 would fall short of the target).
+        """
         if self.target_density is None:
             return {n: g.deterministic() for n, g in self.gates.items()}
         # one global top-k over all gated entries, so the realised count is exact
         keep = max(1, round(self.target_density * self.num_gated))
-        flat = torch.cat([g.log_a.detach().reshape(-1) for g in self.gates.values()])
+        flat = torch.cat([self._rank_scores(n, g, learner).reshape(-1) for n, g in self.gates.items()])
         threshold_idx = torch.topk(flat, keep).indices
         chosen = torch.zeros_like(flat, dtype=torch.bool)
         chosen[threshold_idx] = True
@@ -100,7 +106,20 @@ class GatedUpdates(UpdateShaper):
     def begin(self, learner, batch_size: int, training: bool) -> Any:
         if training:
             return {n: g.sample((batch_size,)) for n, g in self.gates.items()}
-        return {n: z.expand(batch_size, *z.shape) for n, z in self.test_gates().items()}
+        return {n: z.expand(batch_size, *z.shape) for n, z in self.test_gates(learner).items()}
+
+    @staticmethod
+    def _rank_scores(name: str, gate: HardConcreteGate, learner) -> torch.Tensor:
+        """log_a, with -inf where the entry (every entry of a group gate) has a zero learning rate."""
+        score = gate.log_a.detach()
+        partition = getattr(learner, "partition", None)
+        if partition is None or name not in partition.adapt_names:
+            return score
+        lr = partition.lr(name)
+        if not torch.is_tensor(lr) or lr.dim() == 0:
+            return score
+        movable = (lr.detach() != 0).to(score.dtype).sum_to_size(score.shape) > 0
+        return score.masked_fill(~movable, float("-inf"))
 
     def shape(self, grads: Params, state: Any, step: int) -> Params:
         # gates and gradients share their layout ((B, ...) per signal, or one signal under vmap);
