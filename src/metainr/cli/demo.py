@@ -13,7 +13,7 @@ Opt = typer.Option
 def demo(
     out: Annotated[Path, Opt("--out", "-o", help="output folder (run, plot, reconstructions)")] = Path(
         "metainr-demo"),
-    steps: Annotated[int, Opt(help="outer meta-training steps")] = 600,
+    steps: Annotated[int, Opt(help="outer meta-training steps")] = 300,
     resolution: Annotated[int, Opt(help="patch size")] = 32,
     test_steps: Annotated[str, Opt(help="fitting steps to report")] = "0,1,2,3,5,10",
     quiet: Annotated[bool, Opt(help="no progress bar")] = False,
