@@ -131,14 +131,17 @@ def build_learner(field_cfg: FieldConfig, method_cfg: MethodConfig, in_dim: int,
                        strategy=strategy, chunk=chunk)
 
 
-def build_parts(method_cfg: MethodConfig, partition) -> dict[str, Any]:
-    """The shapers, context selector and outer-loss terms named in ``method_cfg.options``."""
+def build_parts(method_cfg: MethodConfig, partition=None) -> dict[str, Any]:
+    """The shapers, context selector and outer-loss terms named in ``method_cfg.options``
+    (gates need the ``partition`` to know the shapes of what they gate)."""
     opts = method_cfg.options
     parts: dict[str, Any] = {"shapers": [], "context": None, "outer_terms": []}
     try:
         if "gates" in opts:
             from metainr.sparsity.gates import GatedUpdates
 
+            if partition is None:
+                raise ValueError("gates need the parameter partition")
             gate_opts = dict(opts["gates"])
             names = gate_opts.pop("on", "all")
             gated = partition.adapt_names if names == "all" else [n.strip() for n in names.split(",")]
