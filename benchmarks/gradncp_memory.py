@@ -95,12 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--chunk", type=int, default=65536)
+    ap.add_argument("--chunk", type=int, default=8192, help="GradNCP coordinate chunk (graph-free passes)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--limit-gb", type=float, default=22.0, help="memory budget (the 24 GB machine)")
     ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--keep-other-methods", action="store_true",
+                    help="keep records of methods not in --methods from an existing results file")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -135,6 +137,10 @@ def main(argv: list[str] | None = None) -> None:
                                 if k in ("seconds_per_step", "peak_mem_mb", "predicted_peak_mem_mb")}),
                   flush=True)
             records.append(rec)
+    out_path = RESULTS_DIR / f"gradncp_memory_{args.device}.json"
+    if args.keep_other_methods and out_path.exists():  # re-measure some methods, keep the rest
+        old = json.loads(out_path.read_text())
+        records = [r for r in old["records"] if r["method"] not in args.methods] + records
     ratios = {}
     for res in args.resolutions:
         by = {r["method"]: r for r in records if r["resolution"] == res and r.get("status") == "ok"}
@@ -144,10 +150,10 @@ def main(argv: list[str] | None = None) -> None:
                "gradncp_over_maml_peak_memory": ratios,
                "memory_measure": "CPU: increase of peak RSS (ru_maxrss) over the value before the first "
                                  "step; CUDA: max_memory_allocated over the value before the first step"}
-    out = write_results(RESULTS_DIR / f"gradncp_memory_{args.device}.json", payload, device=args.device)
+    out = write_results(out_path, payload, device=args.device)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for method in args.methods:
+    for method in sorted({r["method"] for r in records}):
         ok = [r for r in records if r["method"] == method and r.get("status") == "ok"]
         xs = [r["resolution"] for r in ok]
         axes[0].plot(xs, [r["peak_mem_mb"] / 1024 for r in ok], marker="o", label=method)
