@@ -68,6 +68,8 @@ def demo(
     for lrn in (random, learner):
         fitted = fit(lrn, show.coords, show.values, k, record_steps=[k])
         rows.append(show.converter.to_signals(render(lrn, fitted.params, show.coords)))
-    save_image(image_grid(rows), out / "reconstructions.png")
+    grid = image_grid(rows)  # 32 px patches: enlarge (nearest) so the picture is readable
+    save_image(torch.nn.functional.interpolate(grid[None], scale_factor=4, mode="nearest")[0],
+               out / "reconstructions.png")
     print(f"\nwrote {out / 'reconstructions.png'} (rows: original, random init + {k} steps, "
           f"meta-learned init + {k} steps), {out / 'psnr_vs_steps.png'}, {out / 'results.json'}")
