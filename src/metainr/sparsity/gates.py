@@ -47,13 +47,6 @@ class HardConcreteGate(nn.Module):
     def deterministic(self) -> torch.Tensor:
         return (torch.sigmoid(self.log_a) * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
 
-    def top_k(self, k: int) -> torch.Tensor:
-        """The deterministic gate restricted to the k entries with the largest log_a."""
-        gate = self.deterministic()
-        keep = torch.zeros(gate.numel(), dtype=torch.bool, device=gate.device)
-        keep[torch.topk(self.log_a.detach().reshape(-1), min(k, gate.numel())).indices] = True
-        return gate * keep.view_as(gate)
-
 
 class GatedUpdates(UpdateShaper):
     """Hard-concrete gates on the inner-loop updates of the named adapted parameters.
