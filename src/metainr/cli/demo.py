@@ -27,7 +27,7 @@ def demo(
     from metainr.meta.fit import fit, render
     from metainr.methods import FieldConfig, MethodConfig
     from metainr.runs.config import RunConfig, TrainConfig
-    from metainr.runs.evaluate import build_run_learner, compare_inits
+    from metainr.runs.evaluate import RANDOM_INIT_SEED_OFFSET, build_run_learner, compare_inits
     from metainr.runs.trainer import Trainer
     from metainr.signals.datasets import DataSpec
     from metainr.signals.export import image_grid, save_image
@@ -63,7 +63,7 @@ def demo(
 
     k = cfg.method.inner_steps
     show = test.subset(8)
-    random = build_run_learner(cfg, seed=cfg.train.seed + 7919)
+    random = build_run_learner(cfg, seed=cfg.train.seed + RANDOM_INIT_SEED_OFFSET)
     rows = [show.converter.to_signals(show.values)]
     for lrn in (random, learner):
         fitted = fit(lrn, show.coords, show.values, k, record_steps=[k])

@@ -35,9 +35,9 @@ def gather_context(coords: torch.Tensor, values: torch.Tensor, idx: torch.Tensor
 def gradncp_scores(learner, params: Params, coords: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Closed-form last-layer per-coordinate gradient norm, (..., N)."""
     detached = {n: p.detach() for n, p in params.items()}
-    if learner._chunked(values):  # bounded memory at high resolution
+    if learner.chunked(values):  # bounded memory at high resolution
         return torch.cat([gradncp_scores_one(learner, detached, c, v)
-                          for c, v in learner._coordinate_chunks(coords, values)], dim=-1)
+                          for c, v in learner.coordinate_chunks(coords, values)], dim=-1)
     return gradncp_scores_one(learner, detached, coords, values)
 
 

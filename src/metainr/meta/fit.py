@@ -46,7 +46,7 @@ def evaluate_psnr(learner: MetaLearner, params: Params, coords: torch.Tensor, va
         pred = learner.predict(params, coords, masks=masks).clamp(0, 1)
         return psnr_from_mse(per_signal_mse(pred, values))
     sq = 0.0
-    for c, v in learner._coordinate_chunks(coords, values):
+    for c, v in learner.coordinate_chunks(coords, values):
         sq = sq + (learner.predict(params, c, masks=masks).clamp(0, 1) - v).pow(2).sum(dim=(-2, -1))
     return psnr_from_mse(sq / (values.shape[-2] * values.shape[-1]))
 

@@ -108,16 +108,16 @@ class MetaLearner(nn.Module):
         else:  # first order / meta-test: differentiate detached leaves, nothing kept
             leaves = {n: p.detach().requires_grad_(True) for n, p in adapted.items()}
             with torch.enable_grad():
-                if self._chunked(values):
+                if self.chunked(values):
                     return self._chunked_grads(leaves, coords, values, masks)
                 loss = self.signal_loss(leaves, coords, values, masks).sum()
                 grads = torch.autograd.grad(loss, [leaves[n] for n in names])
         return dict(zip(names, grads))
 
-    def _chunked(self, values: torch.Tensor) -> bool:
+    def chunked(self, values: torch.Tensor) -> bool:
         return self.chunk is not None and values.shape[-2] > self.chunk
 
-    def _coordinate_chunks(self, coords: torch.Tensor, values: torch.Tensor):
+    def coordinate_chunks(self, coords: torch.Tensor, values: torch.Tensor):
         n = values.shape[-2]
         for i in range(0, n, self.chunk or n):
             yield coords[..., i:i + self.chunk, :], values[..., i:i + self.chunk, :]
@@ -126,7 +126,7 @@ class MetaLearner(nn.Module):
                        masks: Params | None) -> Params:
         """Gradients of the per-signal mean loss, accumulated over coordinate chunks."""
         total = values.shape[-2] * values.shape[-1]
-        for c, v in self._coordinate_chunks(coords, values):
+        for c, v in self.coordinate_chunks(coords, values):
             part = (self.predict(leaves, c, masks=masks) - v).pow(2).sum() / total
             part.backward()
         return {n: p.grad for n, p in leaves.items()}
@@ -209,7 +209,7 @@ class MetaLearner(nn.Module):
         total = values.shape[-2] * values.shape[-1]
         loss = torch.zeros(values.shape[0], device=values.device, dtype=values.dtype)
         mse = torch.zeros_like(loss)
-        for c, v in self._coordinate_chunks(coords, values):
+        for c, v in self.coordinate_chunks(coords, values):
             pred = self.predict(leaves, c)
             part = (pred - v).pow(2).sum(dim=(-2, -1)) / total
             (part.sum() / denom).backward()
@@ -246,7 +246,7 @@ class MetaLearner(nn.Module):
                 adapted = self._adapt_vmap(c, v, create_graph)
             else:
                 adapted = self.adapt(c, v, training=True, create_graph=create_graph)
-            if self._chunked(v):
+            if self.chunked(v):
                 loss, mse = self._chunked_outer_backward(adapted, c, v, denom)
             else:
                 loss, mse = self.outer_loss(adapted, c, v)
